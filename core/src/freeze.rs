@@ -15,6 +15,40 @@ use crate::error::{Error, Result};
 use crate::proc;
 use crate::sys::pidfd;
 use crate::sys::ptrace as pt;
+use crate::task::signals::PendingStops;
+
+/// The threads of frozen tasks in a group stop, each with whether a remote call took a
+/// SIGSTOP out of its queues (and held it back): their release puts their pending stop
+/// signals back where they were ([`FrozenTask::pending_stops`]), which the remote call's own
+/// sending it again (to the process) would not.
+static STOPS_PUT_BACK_BY_RELEASE: std::sync::Mutex<Vec<(Pid, bool)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Called by a remote call that held a SIGSTOP back from thread `tid`: true when the thread's
+/// release puts its pending stop signals back (the SIGSTOP noted), false when the caller is
+/// to send it again itself.
+pub(crate) fn stop_put_back_by_release(tid: Pid) -> bool {
+    let mut threads = STOPS_PUT_BACK_BY_RELEASE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    match threads.iter_mut().find(|(t, _)| *t == tid) {
+        Some((_, held)) => {
+            *held = true;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Forgets threads `tids` of the registry: whether a SIGSTOP was held back from any.
+fn forget_held_stops(tids: &[Pid]) -> bool {
+    let mut threads = STOPS_PUT_BACK_BY_RELEASE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let held = threads.iter().any(|(t, held)| *held && tids.contains(t));
+    threads.retain(|(t, _)| !tids.contains(t));
+    held
+}
 
 /// A task whose threads are all stopped under our ptrace.
 #[derive(Debug)]
@@ -27,6 +61,9 @@ pub struct FrozenTask {
     group_stopped: bool,
     /// The signal of that group stop, as the seize reported it.
     stop_signal: Option<Signal>,
+    /// In a group stop: the stop signals pending to it then, read before the seize (which
+    /// lets cryo's remote calls take a pending SIGSTOP): put back by the release.
+    pending_stops: Option<PendingStops>,
     /// The threads whose syscall user dispatch was on, turned off while frozen: their
     /// configuration, put back on release.
     dispatch: Vec<(Pid, pt::SudConfig)>,
@@ -78,6 +115,11 @@ impl FrozenTask {
         self.stop_signal
     }
 
+    /// The stop signals pending to it when it was in a group stop as it was seized.
+    pub fn pending_stops(&self) -> Option<&PendingStops> {
+        self.pending_stops.as_ref()
+    }
+
     /// When its freeze began.
     pub fn frozen_since(&self) -> std::time::Instant {
         self.since
@@ -99,8 +141,13 @@ impl FrozenTask {
                 Err(e) => return Err(e.into()),
             },
             stop_signal: None,
+            pending_stops: None,
             dispatch: Vec::new(),
         };
+        if frozen.group_stopped {
+            // Before any thread is seized: no thread of a stopped process is born or ends.
+            frozen.pending_stops = Some(PendingStops::read(pid, &proc::tids(pid)?)?);
+        }
         // Threads may be born while we seize: loop until the set is stable.
         loop {
             let mut tids = proc::tids(pid)?;
@@ -148,6 +195,13 @@ impl FrozenTask {
             if !new {
                 break;
             }
+        }
+        if frozen.group_stopped {
+            // Before any remote call.
+            let mut threads = STOPS_PUT_BACK_BY_RELEASE
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            threads.extend(frozen.tids.iter().map(|&tid| (tid, false)));
         }
         // Before any remote call: a thread inside a restartable sequence leaves it by its
         // abort handler, as the kernel would make it (cryo's calls would clear it unaborted).
@@ -204,6 +258,7 @@ impl FrozenTask {
         nix::sys::signal::kill(self.pid, Signal::SIGKILL)
             .map_err(|e| Error::sys(self.pid, "kill", e))?;
         self.killed = true;
+        forget_held_stops(&self.tids);
         Ok(Dying {
             pid: self.pid,
             tids: std::mem::take(&mut self.tids),
@@ -453,10 +508,39 @@ fn seize_one(tid: Pid) -> nix::Result<Option<Signal>> {
     }
 }
 
+impl FrozenTask {
+    /// Sends the task, still traced and stopped, its stop signals pending before the freeze
+    /// (`stops`) that its queues lack now (a SIGSTOP a remote call took); `held`: a remote call
+    /// held one back, sent again (to the process) when `stops` had none, one that arrived
+    /// during the dump. A failure is logged: the release goes on.
+    fn put_back_stops(&self, stops: &PendingStops, held: bool) {
+        let now = match PendingStops::read(self.pid, &self.tids) {
+            Ok(now) => now,
+            Err(e) => {
+                tracing::warn!(pid = %self.pid, "cannot read its pending stop signals: {e}");
+                return;
+            }
+        };
+        if let Err(e) = stops.send_missing(self.pid, &now) {
+            tracing::warn!(pid = %self.pid, "cannot put its pending stop signals back: {e}");
+        }
+        if held && !stops.has_sigstop() && !now.has_sigstop() {
+            if let Err(e) = nix::sys::signal::kill(self.pid, Signal::SIGSTOP) {
+                tracing::warn!(pid = %self.pid, "cannot send a SIGSTOP held back again: {e}");
+            }
+        }
+        debug!(pid = %self.pid, ?stops, ?now, "pending stop signals put back");
+    }
+}
+
 impl Drop for FrozenTask {
     fn drop(&mut self) {
         if self.killed {
             return;
+        }
+        let held = forget_held_stops(&self.tids);
+        if let Some(stops) = &self.pending_stops {
+            self.put_back_stops(stops, held);
         }
         for (tid, conf) in &self.dispatch {
             if let Err(e) = pt::set_sud(*tid, conf) {

@@ -376,3 +376,206 @@ fn a_stopped_child_whose_stop_is_not_collected_is_restored_reported() {
     );
     w.kill_restored();
 }
+
+/// The pending sets of `pid`: its shared one (ShdPnd) and each thread's own (SigPnd), by tid,
+/// as /proc shows them.
+fn pending_sets(pid: i32) -> (String, Vec<(i32, String)>) {
+    let mut tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| t.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    tids.sort_unstable();
+    let threads = tids
+        .into_iter()
+        .map(|tid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+            let set = status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigPnd:"))
+                .unwrap()
+                .trim()
+                .to_string();
+            (tid, set)
+        })
+        .collect();
+    let shared = cryo_tests::status_field(pid, "ShdPnd").unwrap();
+    (shared, threads)
+}
+
+/// The `threads 2` workload (three threads of its own besides the main one), stopped, then
+/// sent SIGSTOP again to the process (kill: its shared set) and to its second thread alone
+/// (tgkill), SIGTSTP to its third (zdtm stopped01, stopped02, stopped12): each waits there,
+/// never taken. Returns the workload and its pending sets.
+fn stopped_with_stops_pending() -> (Workload, (String, Vec<(i32, String)>)) {
+    cryo_bin();
+    let w = Workload::spawn("threads", &["2"]);
+    assert!(w.cmd("counts").starts_with("ok"));
+    stop(w.pid());
+    let (_, threads) = pending_sets(w.pid());
+    assert!(threads.len() >= 3, "threads: {threads:?}");
+    Pidfd::open(w.pid()).unwrap().signal(libc::SIGSTOP).unwrap();
+    tgkill(w.pid(), threads[1].0, libc::SIGSTOP);
+    tgkill(w.pid(), threads[2].0, libc::SIGTSTP);
+    let sets = pending_sets(w.pid());
+    let bit = |sig: i32| format!("{:016x}", 1u64 << (sig - 1));
+    assert_eq!(sets.0, bit(libc::SIGSTOP), "the shared set");
+    assert_eq!(sets.1[1].1, bit(libc::SIGSTOP), "the second thread's");
+    assert_eq!(sets.1[2].1, bit(libc::SIGTSTP), "the third thread's");
+    assert_eq!(state(w.pid()), Some('T'));
+    (w, sets)
+}
+
+/// A stopped process with stop signals pending, each in its place (its shared set, a thread's
+/// own), comes back stopped with the same pending sets; SIGCONT discards them and it runs on.
+/// Before: nothing pending after the restore (the dump's seize took the SIGSTOPs).
+#[test]
+fn stop_signals_pending_to_a_stopped_process_come_back_in_their_places() {
+    let (mut w, before) = stopped_with_stops_pending();
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.start_restore(&img);
+    await_state(w.pid(), 'T');
+    // The restore is over once cryo has let every thread go.
+    let until = Instant::now() + CMD_TIMEOUT;
+    while w.status("TracerPid") != "0" {
+        assert!(Instant::now() < until, "left traced");
+        std::thread::yield_now();
+    }
+    for (tid, _) in &before.1 {
+        await_state_of(w.pid(), *tid, 'T');
+    }
+    assert_eq!(
+        pending_sets(w.pid()),
+        before,
+        "pending sets after the restore"
+    );
+    Pidfd::open(w.pid()).unwrap().signal(libc::SIGCONT).unwrap();
+    w.await_restored();
+    assert!(w.cmd("counts").starts_with("ok"));
+    let (shared, threads) = pending_sets(w.pid());
+    assert_eq!(shared, "0000000000000000");
+    assert!(
+        threads.iter().all(|(_, s)| s == "0000000000000000"),
+        "{threads:?}"
+    );
+    w.kill_restored();
+}
+
+/// The same with `--leave-running`: the original is left stopped with its stop signals pending
+/// where they were. Before: the second thread's SIGSTOP gone, one in the shared set instead.
+#[test]
+fn stop_signals_pending_to_a_stopped_process_stay_in_their_places_after_a_leave_running_dump() {
+    let (w, before) = stopped_with_stops_pending();
+    w.dump(&w.path("img"), &["--leave-running"])
+        .assert_success();
+    assert!(w.original_alive(), "--leave-running killed the target");
+    assert_eq!(w.status("TracerPid"), "0", "left traced");
+    for (tid, _) in &before.1 {
+        await_state_of(w.pid(), *tid, 'T');
+    }
+    assert_eq!(pending_sets(w.pid()), before, "pending sets after the dump");
+    Pidfd::open(w.pid()).unwrap().signal(libc::SIGCONT).unwrap();
+    assert!(w.cmd("counts").starts_with("ok"));
+}
+
+/// Waits (bounded) until thread `tid` of `pid` is in state `want`.
+fn await_state_of(pid: i32, tid: i32, want: char) {
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap();
+        let now = stat.rsplit_once(") ").and_then(|(_, s)| s.chars().next());
+        if now == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "thread {tid} is in state {now:?}, expected {want:?}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+fn tgkill(pid: i32, tid: i32, sig: i32) {
+    // SAFETY: tgkill takes plain values.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
+    assert_eq!(r, 0, "tgkill {pid} {tid} {sig}");
+}
+
+/// Waits (bounded) until every thread of `pid` is in its stop, no longer traced: the restore
+/// let it go.
+fn await_let_go_stopped(pid: i32) {
+    let (_, threads) = pending_sets(pid);
+    for (tid, _) in threads {
+        await_state_of(pid, tid, 'T');
+    }
+}
+
+/// A stopped child whose stop its parent collected (made again while the parent is restored)
+/// and sent SIGSTOP again, and SIGTTIN to its second thread: both come back pending where they
+/// were, the stop still collected. Before: nothing pending.
+#[test]
+fn stop_signals_pending_to_a_child_whose_stop_was_collected_come_back() {
+    cryo_bin();
+    let (mut w, child) = kin_child(&format!("stop-collected {} 1", libc::SIGSTOP));
+    let (_, threads) = pending_sets(child);
+    Pidfd::open(child).unwrap().signal(libc::SIGSTOP).unwrap();
+    tgkill(child, threads[1].0, libc::SIGTTIN);
+    let before = pending_sets(child);
+    w.dump_and_restore();
+    await_let_go_stopped(child);
+    assert_eq!(
+        pending_sets(child),
+        before,
+        "pending sets after the restore"
+    );
+    assert_eq!(
+        w.cmd(&format!("stopped {child}")),
+        "none",
+        "the parent's waitid"
+    );
+    Pidfd::open(child).unwrap().signal(libc::SIGCONT).unwrap();
+    let until = Instant::now() + CMD_TIMEOUT;
+    while state(child) == Some('T') {
+        assert!(Instant::now() < until, "SIGCONT did not wake it");
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        cryo_tests::status_field(child, "ShdPnd").unwrap(),
+        "0000000000000000"
+    );
+    w.kill_restored();
+}
+
+/// A child stopped by SIGTSTP and sent SIGSTOP again comes back stopped by SIGTSTP (its
+/// parent's waitid) with the SIGSTOP pending; SIGCONT wakes it and it answers. Before: the
+/// SIGSTOP gone.
+#[test]
+fn a_sigstop_pending_to_a_child_stopped_by_sigtstp_comes_back() {
+    cryo_bin();
+    let mut w = Workload::spawn("tree", &[]);
+    let tstp = libc::SIGTSTP;
+    assert_eq!(
+        w.cmd(&format!("stop-child {tstp}")),
+        format!("stopped {tstp}")
+    );
+    let child = w.kids()[0];
+    await_state(child, 'T');
+    Pidfd::open(child).unwrap().signal(libc::SIGSTOP).unwrap();
+    let before = pending_sets(child);
+    assert_eq!(before.0, format!("{:016x}", 1u64 << (libc::SIGSTOP - 1)));
+    w.dump_and_restore();
+    await_let_go_stopped(child);
+    assert_eq!(
+        pending_sets(child),
+        before,
+        "pending sets after the restore"
+    );
+    assert_eq!(
+        w.cmd("stopped"),
+        format!("stopped {tstp}"),
+        "its parent's waitid"
+    );
+    Pidfd::open(child).unwrap().signal(libc::SIGCONT).unwrap();
+    assert_eq!(w.cmd("ask hi"), "got hi");
+    w.kill_restored();
+}

@@ -551,6 +551,12 @@ fn dump_tree(
             .stop_signal()
             .filter(|_| entry.stopped)
             .map_or(0, |sig| sig as i32);
+        // The stop signals pending to it while stopped, as /proc showed them before the
+        // freeze, apart from its queues (the restore sends them again once it is stopped).
+        if let (true, Some(stops)) = (entry.stopped, frozen.pending_stops()) {
+            stops.record(&mut entry);
+            crate::task::signals::leave_out_stops(&mut core);
+        }
         // A stop its parent collected, or whose SIGCHLD the parent would see again, is made
         // again at restore while the parent is restored (its parent's notice read first:
         // parents come before children).

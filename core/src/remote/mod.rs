@@ -482,7 +482,8 @@ impl Remote {
                 }
             }
         }
-        if self.stop_held.get() {
+        // A thread of a stopped process gets it back where it was, from its release.
+        if self.stop_held.get() && !crate::freeze::stop_put_back_by_release(self.tid) {
             nix::sys::signal::kill(self.tid, Signal::SIGSTOP).map_err(io::Error::from)?;
         }
         Ok(())

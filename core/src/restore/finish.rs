@@ -154,10 +154,31 @@ impl Reshaped {
     }
 
     /// Detaches every thread of every process ([`commit`](Self::commit) first): they run. The
-    /// guardian lets go once they all do.
+    /// guardian lets go once they all do. A stopped process with stop signals pending when
+    /// dumped gets them again as it is let go, once it has taken its stop.
     pub fn run(mut self) -> Result<Running> {
-        for tids in &self.stopped {
-            let_run(tids)?;
+        let tree = &self.spawned.planned;
+        let in_stop = stopped_while_restored(tree);
+        // Children first, as they were finished.
+        let tasks = tree.loaded.tasks.iter().enumerate().rev();
+        for ((i, task), tids) in tasks.zip(&self.stopped) {
+            let stops = signals::PendingStops::of_entry(&task.entry, tids);
+            let Some(&pid) = tids.first() else { continue };
+            if !task.entry.stopped || stops.is_empty() {
+                let_run(tids)?;
+            } else if in_stop[i] {
+                // In its stop already, traced: they wait there, as it stays stopped.
+                stops.send_missing(pid, &signals::PendingStops::default())?;
+                let_run(tids)?;
+            } else {
+                let_stop(
+                    pid,
+                    tids,
+                    stop_signal(pid, task.entry.stop_signal)?,
+                    &task.core,
+                    &stops,
+                )?;
+            }
         }
         self.spawned.guard.guardian_done();
         Ok(Running {
@@ -364,25 +385,62 @@ fn finish(
         // before running an instruction of its own, as it was when dumped; by the signal that
         // stopped it (its parent's waitid reads it). A SIGTSTP, SIGTTIN or SIGTTOU that
         // stopped it had its default action then, and its disposition could not change since.
-        let sig = match task.entry.stop_signal {
-            0 => nix::sys::signal::Signal::SIGSTOP,
-            n => nix::sys::signal::Signal::try_from(n)
-                .ok()
-                .filter(|s| {
-                    use nix::sys::signal::Signal::*;
-                    matches!(s, SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU)
-                })
-                .ok_or_else(|| {
-                    Error::target(
-                        child,
-                        format!("the image gives stop signal {n}, which is not one"),
-                    )
-                })?,
-        };
+        let sig = stop_signal(child, task.entry.stop_signal)?;
         nix::sys::signal::kill(child, sig)
             .map_err(|e| Error::sys(child, "stop it again (it was stopped when dumped)", e))?;
     }
     Ok(created)
+}
+
+/// The signal that stopped process `pid`, as its image gives it (`signo`; 0: SIGSTOP).
+fn stop_signal(pid: Pid, signo: i32) -> Result<nix::sys::signal::Signal> {
+    use nix::sys::signal::Signal::{self, *};
+    match signo {
+        0 => Ok(SIGSTOP),
+        n => Signal::try_from(n)
+            .ok()
+            .filter(|s| matches!(s, SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU))
+            .ok_or_else(|| {
+                Error::target(
+                    pid,
+                    format!("the image gives stop signal {n}, which is not one"),
+                )
+            }),
+    }
+}
+
+/// The children of task `i` (positions) whose stops it makes while it is restored
+/// ([`stop_children_as_seen`]): stopped, their stop collected by it, or their SIGCHLD one it
+/// would see again. Its other stopped children stop as they are let go.
+fn stops_made_by(tree: &Planned, i: usize) -> Vec<usize> {
+    let tasks = &tree.loaded.tasks;
+    let notice = StopNotice::of(&tasks[i].core);
+    tree.plan.children[i]
+        .iter()
+        .copied()
+        .filter(|&c| {
+            let e = &tasks[c].entry;
+            e.stopped && (e.stop_collected || notice.seen)
+        })
+        .collect()
+}
+
+/// Per task (by position): whether its stop is made while its parent is restored
+/// ([`stops_made_by`]).
+fn stopped_while_restored(tree: &Planned) -> Vec<bool> {
+    let mut made = vec![false; tree.loaded.tasks.len()];
+    for i in 0..made.len() {
+        for c in stops_made_by(tree, i) {
+            made[c] = true;
+        }
+    }
+    made
+}
+
+/// How many signals the image queues that main thread of a process (`core`) may take
+/// before its stop's: its own and the process's.
+fn queued_to_main(core: &cryo_proto::image::TaskCore) -> usize {
+    core.shared_pending.len() + core.threads.first().map_or(0, |t| t.pending.len())
 }
 
 /// In task `i` (`parent`, `remote` its main thread, `scratch` its scratch page), makes the
@@ -406,14 +464,7 @@ fn stop_children_as_seen(
 ) -> Result<()> {
     let core = &tree.loaded.tasks[i].core;
     let notice = StopNotice::of(core);
-    let quiet: Vec<usize> = tree.plan.children[i]
-        .iter()
-        .copied()
-        .filter(|&c| {
-            let e = &tree.loaded.tasks[c].entry;
-            e.stopped && (e.stop_collected || notice.seen)
-        })
-        .collect();
+    let quiet = stops_made_by(tree, i);
     if quiet.is_empty() {
         return Ok(());
     }
@@ -450,10 +501,11 @@ fn stop_children_as_seen(
                 ),
             ));
         }
-        let child = &tree.loaded.tasks[c].core;
-        let pending =
-            child.shared_pending.len() + child.threads.first().map_or(0, |t| t.pending.len());
-        enter_group_stop(pid, &finished[c], pending)?;
+        enter_group_stop(
+            pid,
+            &finished[c],
+            queued_to_main(&tree.loaded.tasks[c].core),
+        )?;
         if entry.stop_collected {
             // Taken by the parent's own waitid, as the dumped one had taken it; the child named
             // as the parent sees it (the image's pid, its PID namespace's).
@@ -507,30 +559,69 @@ fn enter_group_stop(pid: Pid, tids: &[Pid], pending: usize) -> Result<()> {
             )),
         }
     };
-    let mut handed: Option<Signal> = None;
-    // Bounded: each pending signal is taken once, then the SIGSTOP.
+    take_stop_signal(pid, main, Signal::SIGSTOP, pending)?;
+    ptrace::cont(main, Signal::SIGSTOP).map_err(sys(main, "stop it"))?;
+    trapped(main)?;
+    for &tid in others {
+        ptrace::cont(tid, None).map_err(sys(tid, "let it join the stop"))?;
+        trapped(tid)?;
+    }
+    Ok(())
+}
+
+/// Runs main thread `main` of `pid` (traced and stopped, `sig` queued) until it takes `sig`,
+/// and leaves it in that signal's delivery stop: each of the `pending` signals its image
+/// queued that it takes first is handed back to it, as a release would (no instruction of
+/// its own runs meanwhile: the kernel looks at the queues again before it returns).
+fn take_stop_signal(
+    pid: Pid,
+    main: Pid,
+    sig: nix::sys::signal::Signal,
+    pending: usize,
+) -> Result<()> {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let sys = |op: &'static str| move |e: nix::errno::Errno| Error::sys(main, op, e);
+    let mut handed = None;
+    // Bounded: each pending signal is taken once, then the stop's.
     for _ in 0..=pending {
-        ptrace::cont(main, handed).map_err(sys(main, "let it take its stop"))?;
-        match waitpid(main, Some(WaitPidFlag::__WALL)).map_err(sys(main, "wait for its stop"))? {
-            WaitStatus::Stopped(_, Signal::SIGSTOP) => {
-                ptrace::cont(main, Signal::SIGSTOP).map_err(sys(main, "stop it"))?;
-                trapped(main)?;
-                for &tid in others {
-                    ptrace::cont(tid, None).map_err(sys(tid, "let it join the stop"))?;
-                    trapped(tid)?;
-                }
-                return Ok(());
-            }
+        ptrace::cont(main, handed).map_err(sys("let it take its stop"))?;
+        match waitpid(main, Some(WaitPidFlag::__WALL)).map_err(sys("wait for its stop"))? {
+            WaitStatus::Stopped(_, s) if s == sig => return Ok(()),
             WaitStatus::Stopped(_, other) => handed = Some(other),
             other => {
                 return Err(Error::target(
                     pid,
-                    format!("it did not take its SIGSTOP: {other:?}"),
+                    format!("it did not take its {sig}: {other:?}"),
                 ))
             }
         }
     }
-    Err(Error::target(pid, "it did not take its SIGSTOP"))
+    Err(Error::target(pid, format!("it did not take its {sig}")))
+}
+
+/// Lets go stopped process `pid` (threads `tids`, main first, traced and stopped, the
+/// signal `sig` of its stop queued by its finish) in its stop with the stop signals that
+/// were pending to it (`stops`): its main thread takes `sig` while traced; then they are
+/// sent (taken by no thread: every one is traced); then the main thread is let go with
+/// `sig`, which starts the group stop; each other thread, let go, joins it before it looks
+/// at its queues. Sent before, they would be taken first, or join `sig` in its set.
+fn let_stop(
+    pid: Pid,
+    tids: &[Pid],
+    sig: nix::sys::signal::Signal,
+    core: &cryo_proto::image::TaskCore,
+    stops: &signals::PendingStops,
+) -> Result<()> {
+    let (&main, others) = tids
+        .split_first()
+        .ok_or_else(|| Error::target(pid, "no threads to stop"))?;
+    take_stop_signal(pid, main, sig, queued_to_main(core))?;
+    stops.send_missing(pid, &signals::PendingStops::default())?;
+    ptrace::detach(main, sig).map_err(|e| Error::sys(main, "let it go into its stop", e))?;
+    for &tid in others.iter().rev() {
+        ptrace::detach(tid, None).map_err(|e| Error::sys(tid, "detach", e))?;
+    }
+    Ok(())
 }
 
 /// Detaches the threads `tids` of a process [`finish`] made whole, so it runs.

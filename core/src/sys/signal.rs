@@ -113,6 +113,12 @@ pub fn drain(signo: i32) -> io::Result<()> {
     }
 }
 
+/// Sends `signo` to thread `tid` of process `pid` alone (tgkill(2): to its own set).
+pub fn tgkill(pid: nix::unistd::Pid, tid: nix::unistd::Pid, signo: i32) -> io::Result<()> {
+    // SAFETY: tgkill takes plain values.
+    cvt(unsafe { libc::syscall(libc::SYS_tgkill, pid.as_raw(), tid.as_raw(), signo) })
+}
+
 /// Queues `signo` with the int payload `value` to process `pid` (sigqueue(3)).
 pub fn sigqueue(pid: nix::unistd::Pid, signo: i32, value: i32) -> io::Result<()> {
     // sival_int and sival_ptr share their low bytes (x86_64 is little-endian).

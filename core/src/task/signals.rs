@@ -104,9 +104,8 @@ pub fn take_arrived(
     }
     for (tid, a) in &mut queues {
         // A stop signal for a process stopped already changes nothing it can see but its
-        // pending set, which the dump's first read may not have shown either: the seize of a
-        // stopped task takes its pending SIGSTOP into the stop it reports (zdtm stopped01,
-        // stopped02, stopped12: refused as "sent during the dump" otherwise).
+        // pending set: the image's are those read before the freeze ([`PendingStops`]; the
+        // queues leave stop signals out), and one sent during the dump is not kept.
         a.arrived.retain(|info| !judge.stops_the_stopped(info));
         for info in &a.arrived {
             judge.refuse_stop_or_continue(pid, *tid, info)?;
@@ -307,6 +306,140 @@ impl StopNotice {
     }
 }
 
+/// The stop signals (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU) as a signal set of /proc (bit n-1:
+/// signal n).
+pub const STOP_SIGNALS: u64 = 1 << (libc::SIGSTOP - 1)
+    | 1 << (libc::SIGTSTP - 1)
+    | 1 << (libc::SIGTTIN - 1)
+    | 1 << (libc::SIGTTOU - 1);
+
+/// The stop signals pending to a process in a group stop, each in its place: sent to it again
+/// while it is stopped, a stop signal waits (no thread of a stopped or traced process wants
+/// it: the kernel's wants_signal, so none is woken) until the SIGCONT that wakes the process
+/// discards it (prepare_signal flushes every stop signal from every queue), caught or not.
+/// Only /proc shows it (SigPnd, ShdPnd), and a tracer. cryo's remote calls take a pending
+/// SIGSTOP (the one signal they cannot block) out of its queue, so they are read before the
+/// seize, and sent again while the process is traced and stopped: queued whatever the
+/// disposition (a traced task ignores no signal), taken by no thread (each goes back into the
+/// stop before it looks at its queues, JOBCTL_STOP_PENDING).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingStops {
+    /// The process's shared set.
+    pub shared: u64,
+    /// Each thread's own set, by tid.
+    pub threads: Vec<(Pid, u64)>,
+}
+
+impl PendingStops {
+    /// Reads them from /proc for process `pid`, threads `tids`.
+    pub fn read(pid: Pid, tids: &[Pid]) -> Result<Self> {
+        let set = |status: &[(String, String)], key: &str| {
+            crate::proc::status_field(status, key)
+                .and_then(|v| u64::from_str_radix(v, 16).ok())
+                .unwrap_or(0)
+                & STOP_SIGNALS
+        };
+        let threads = tids
+            .iter()
+            .map(|&tid| Ok((tid, set(&crate::proc::thread_status(pid, tid)?, "SigPnd"))))
+            .collect::<Result<_>>()?;
+        Ok(PendingStops {
+            shared: set(&crate::proc::status(pid)?, "ShdPnd"),
+            threads,
+        })
+    }
+
+    /// As a process entry of the image records them (`tids`, its threads).
+    pub fn of_entry(entry: &cryo_proto::image::ProcessEntry, tids: &[Pid]) -> Self {
+        PendingStops {
+            shared: entry.stop_pending_shared & STOP_SIGNALS,
+            threads: tids
+                .iter()
+                .zip(&entry.stop_pending_threads)
+                .map(|(&tid, &set)| (tid, set & STOP_SIGNALS))
+                .filter(|&(_, set)| set != 0)
+                .collect(),
+        }
+    }
+
+    /// Records them in `entry` (whose `tids` are set).
+    pub fn record(&self, entry: &mut cryo_proto::image::ProcessEntry) {
+        entry.stop_pending_shared = self.shared;
+        entry.stop_pending_threads = if self.threads.iter().all(|&(_, set)| set == 0) {
+            Vec::new()
+        } else {
+            entry
+                .tids
+                .iter()
+                .map(|&tid| self.of_thread(Pid::from_raw(tid)))
+                .collect()
+        };
+    }
+
+    /// None pending.
+    pub fn is_empty(&self) -> bool {
+        self.shared == 0 && self.threads.iter().all(|&(_, set)| set == 0)
+    }
+
+    /// Whether SIGSTOP is pending anywhere.
+    pub fn has_sigstop(&self) -> bool {
+        let bit = 1 << (libc::SIGSTOP - 1);
+        self.shared & bit != 0 || self.threads.iter().any(|&(_, set)| set & bit != 0)
+    }
+
+    /// Thread `tid`'s own set.
+    fn of_thread(&self, tid: Pid) -> u64 {
+        self.threads
+            .iter()
+            .find(|&&(t, _)| t == tid)
+            .map_or(0, |&(_, set)| set)
+    }
+
+    /// Sends process `pid` (traced and stopped) each of them that `now` lacks: kill for the
+    /// shared set, tgkill for a thread's. One pending already is not sent again (a second
+    /// would join it: one instance of a signal below SIGRTMIN per set).
+    pub fn send_missing(&self, pid: Pid, now: &PendingStops) -> Result<()> {
+        let signals = |set: u64| (1..=NSIG as i32).filter(move |&s| set & 1 << (s - 1) != 0);
+        for signo in signals(self.shared & !now.shared) {
+            nix::sys::signal::Signal::try_from(signo)
+                .and_then(|sig| nix::sys::signal::kill(pid, sig))
+                .map_err(|e| {
+                    Error::sys(
+                        pid,
+                        format!("send its pending stop signal {signo} again"),
+                        e,
+                    )
+                })?;
+        }
+        for &(tid, set) in &self.threads {
+            for signo in signals(set & !now.of_thread(tid)) {
+                signal::tgkill(pid, tid, signo).map_err(|e| {
+                    Error::sys(
+                        pid,
+                        format!("send thread {tid} its pending stop signal {signo} again"),
+                        e,
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Takes the stop signals out of the queues dumped of a stopped process (`core`): their
+/// pending sets are recorded apart ([`PendingStops`]) and sent again once the restored
+/// process has taken its stop; queued with the others, the first would be taken in place of
+/// the stop's own signal, or join it.
+pub fn leave_out_stops(core: &mut TaskCore) {
+    let is_stop = |info: &SigInfo| {
+        (1..=NSIG as i32).contains(&info.signo) && STOP_SIGNALS & 1 << (info.signo - 1) != 0
+    };
+    core.shared_pending.retain(|i| !is_stop(i));
+    for thread in &mut core.threads {
+        thread.pending.retain(|i| !is_stop(i));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,5 +610,53 @@ mod tests {
         assert!(!notice(&parent(handler, 0, &[true], true, false)).1);
         assert!(!notice(&parent(1, 0, &[true], false, false)).0);
         assert!(!notice(&parent(handler, nocldstop, &[true], false, false)).0);
+    }
+
+    #[test]
+    fn pending_stops_go_into_the_entry_by_thread_and_come_back_so() {
+        use cryo_proto::image::ProcessEntry;
+        let bit = |sig: i32| 1u64 << (sig - 1);
+        let tids = [Pid::from_raw(10), Pid::from_raw(11), Pid::from_raw(12)];
+        let stops = PendingStops {
+            shared: bit(libc::SIGSTOP),
+            threads: vec![(tids[0], 0), (tids[1], 0), (tids[2], bit(libc::SIGTSTP))],
+        };
+        let mut entry = ProcessEntry {
+            tids: vec![10, 11, 12],
+            ..Default::default()
+        };
+        stops.record(&mut entry);
+        assert_eq!(entry.stop_pending_shared, bit(libc::SIGSTOP));
+        assert_eq!(entry.stop_pending_threads, vec![0, 0, bit(libc::SIGTSTP)]);
+        // Restored with other tids (a restore in a new PID namespace names them so too).
+        let made = [Pid::from_raw(20), Pid::from_raw(21), Pid::from_raw(22)];
+        let back = PendingStops::of_entry(&entry, &made);
+        assert_eq!(back.shared, bit(libc::SIGSTOP));
+        assert_eq!(back.threads, vec![(made[2], bit(libc::SIGTSTP))]);
+        assert!(back.has_sigstop() && !back.is_empty());
+        // None to a thread: nothing recorded per thread.
+        let mut entry = ProcessEntry {
+            tids: vec![10],
+            ..Default::default()
+        };
+        PendingStops::default().record(&mut entry);
+        assert!(entry.stop_pending_threads.is_empty());
+        assert!(PendingStops::of_entry(&entry, &made).is_empty());
+    }
+
+    #[test]
+    fn stop_signals_are_left_out_of_the_dumped_queues() {
+        let mut core = TaskCore {
+            shared_pending: vec![queued(libc::SIGSTOP, 0, 1), queued(libc::SIGUSR1, 0, 1)],
+            threads: vec![ThreadCore {
+                pending: vec![queued(libc::SIGTTOU, -6, 1), queued(libc::SIGTERM, -6, 1)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        leave_out_stops(&mut core);
+        let signos = |l: &[SigInfo]| l.iter().map(|i| i.signo).collect::<Vec<_>>();
+        assert_eq!(signos(&core.shared_pending), vec![libc::SIGUSR1]);
+        assert_eq!(signos(&core.threads[0].pending), vec![libc::SIGTERM]);
     }
 }
