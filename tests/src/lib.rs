@@ -1380,6 +1380,17 @@ pub fn set_inode_flags(path: &Path, flags: libc::c_long) {
     );
 }
 
+/// The inode flags a workload's `inode N` line shows (`flags=0x...`; 0 for `-`).
+pub fn inode_flags_in(line: &str) -> u32 {
+    let flags = line
+        .split(" flags=0x")
+        .nth(1)
+        .and_then(|f| f.split(' ').next());
+    flags
+        .and_then(|f| u32::from_str_radix(f, 16).ok())
+        .unwrap_or(0)
+}
+
 /// Sets extended attribute `name` of the file at `path` (followed: a /proc/PID/fd/N link
 /// leads to the process's file) to `value`.
 pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {

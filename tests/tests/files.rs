@@ -4,7 +4,8 @@
 
 use cryo_tests::protocol::{self, DEFAULT_SEED};
 use cryo_tests::{
-    control_dir, cryo_bin, parse_fds, set_inode_flags, set_xattr, write_file, Unmount, Workload,
+    control_dir, cryo_bin, inode_flags_in, parse_fds, set_inode_flags, set_xattr, write_file,
+    Unmount, Workload,
 };
 
 #[test]
@@ -94,13 +95,7 @@ fn a_deleted_files_extended_attributes_and_inode_flags_come_back() {
     // FS_NODUMP_FL | FS_NOATIME_FL.
     set_inode_flags(&link, 0x40 | 0x80);
     let before = w.cmd(&format!("inode {fd}"));
-    let flags = before
-        .split(" flags=0x")
-        .nth(1)
-        .and_then(|f| f.split(' ').next());
-    let flags = flags
-        .and_then(|f| u32::from_str_radix(f, 16).ok())
-        .unwrap_or(0);
+    let flags = inode_flags_in(&before);
     assert!(
         before.contains(" user.color=626c7565") && flags & 0xc0 == 0xc0,
         "{before}"

@@ -4,7 +4,9 @@
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
-use cryo_tests::{control_dir, cryo_bin, set_inode_flags, set_xattr, Unmount, Workload};
+use cryo_tests::{
+    control_dir, cryo_bin, inode_flags_in, set_inode_flags, set_xattr, Unmount, Workload,
+};
 
 #[test]
 fn a_chrooted_process_comes_back_in_its_chroot() {
@@ -90,13 +92,7 @@ fn a_removed_directorys_extended_attributes_and_flags_come_back() {
         // FS_NOATIME_FL.
         set_inode_flags(&link, 0x80);
         let before = w.cmd(probe);
-        let flags = before
-            .split(" flags=0x")
-            .nth(1)
-            .and_then(|f| f.split(' ').next());
-        let flags = flags
-            .and_then(|f| u32::from_str_radix(f, 16).ok())
-            .unwrap_or(0);
+        let flags = inode_flags_in(&before);
         assert!(
             flags & 0x80 != 0 && before.contains(" user.owner-app="),
             "{how}: {before}"

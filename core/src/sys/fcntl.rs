@@ -84,15 +84,21 @@ pub(crate) fn inode_flags(fd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
             &mut flags as *mut libc::c_long,
         )
     };
+    unless_unsupported(r).map(|kept| kept.then_some(flags as i32))
+}
+
+/// A filesystem ioctl's result: whether it answered (false where the filesystem keeps no such
+/// attribute: ENOTTY, EINVAL, EOPNOTSUPP).
+fn unless_unsupported(r: libc::c_int) -> io::Result<bool> {
     match check(libc::c_long::from(r)) {
-        Ok(_) => Ok(Some(flags as i32)),
+        Ok(_) => Ok(true),
         Err(e)
             if matches!(
                 e.raw_os_error(),
                 Some(libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP)
             ) =>
         {
-            Ok(None)
+            Ok(false)
         }
         Err(e) => Err(e),
     }
@@ -126,18 +132,7 @@ pub(crate) fn project_id(fd: BorrowedFd<'_>) -> io::Result<Option<u32>> {
     // SAFETY: FS_IOC_FSGETXATTR writes a 28-byte struct fsxattr through the pointer, which
     // points at 28 writable bytes.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSGETXATTR, raw.as_mut_ptr()) };
-    match check(libc::c_long::from(r)) {
-        Ok(_) => Ok(Some(raw[3])),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP)
-            ) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
+    unless_unsupported(r).map(|kept| kept.then_some(raw[3]))
 }
 
 #[cfg(test)]
