@@ -703,6 +703,7 @@ fn regular_desc(id: u32, path: &str, pos: u64) -> FileDesc {
         pos,
         parent_mount_namespace: false,
         in_mount_namespace: false,
+        rw_hint: 0,
         kind: Some(Kind::Regular(regular_record(path))),
     }
 }
@@ -785,6 +786,7 @@ fn validate_names_what_is_wrong() {
         pos: 0,
         parent_mount_namespace: false,
         in_mount_namespace: false,
+        rw_hint: 0,
         kind: Some(Kind::Regular(RegularFile {
             path: "/tmp/gone".into(),
             size: 5,

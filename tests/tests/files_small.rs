@@ -740,3 +740,27 @@ fn a_console_node_held_open_comes_back_on_the_console() {
     assert_eq!(tty_nr, "0", "not its controlling terminal");
     w.kill_restored();
 }
+
+/// The write life hint of an inode (F_SET_RW_HINT), which the kernel keeps in the inode in
+/// memory only: on a memfd, a deleted file and a pipe (new inodes after a restore) and on a
+/// file at its path (whose inode may be dropped once the dump kills the process). Before: 0
+/// on the memfd, the deleted file and the pipe after the restore.
+#[test]
+fn write_life_hints_come_back_on_memfds_deleted_files_pipes_and_files() {
+    cryo_bin();
+    let mut w = Workload::spawn("write-hints", &[]);
+    let want = [("60", "2"), ("61", "3"), ("62", "4"), ("63", "5")];
+    let hints = |w: &Workload| -> Vec<(String, String)> {
+        want.iter()
+            .map(|(fd, _)| (fd.to_string(), w.cmd(&format!("hint {fd}"))))
+            .collect()
+    };
+    let as_set: Vec<(String, String)> = want
+        .iter()
+        .map(|(fd, h)| (fd.to_string(), h.to_string()))
+        .collect();
+    assert_eq!(hints(&w), as_set, "as set");
+    w.dump_and_restore();
+    assert_eq!(hints(&w), as_set, "after the restore");
+    w.kill_restored();
+}

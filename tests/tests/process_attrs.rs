@@ -404,6 +404,14 @@ attr_tests! {
     futex_hash_default: ["thread"] => [("get futex-hash", "16")];
     futex_hash_none: ["umask=022"] => [("get futex-hash", "0")];
 
+    /// The timer id restore mode (PR_TIMER_CREATE_RESTORE_IDS) the process turned on, with a
+    /// POSIX timer made before: on after the restore, which makes the timer with it and
+    /// turned it off after (before: 0). Without it, off (the restore's own use does not stay).
+    timer_restore_ids_on: ["posix-timer=3600", "timer-restore-ids=1"] => [
+        ("get timer-restore-ids", "1"),
+    ];
+    timer_restore_ids_off: ["posix-timer=3600"] => [("get timer-restore-ids", "0")];
+
     /// membarrier registrations: private expedited and global expedited, registered by the
     /// main thread, seen (and the private expedited barrier working) in the second thread
     /// too: they belong to the mm.

@@ -97,6 +97,7 @@ pub(super) fn collect(
     }
     attrs::settle_membarrier(pid, remote, &mut process_attrs)?;
     attrs::dump_futex_hash(pid, remote, &mut process_attrs)?;
+    attrs::dump_timer_restore_ids(pid, remote, &mut process_attrs)?;
     core.attrs = Some(process_attrs);
     stage("threads");
     // Whatever a restore would refuse, the dump refuses first.

@@ -400,6 +400,7 @@ impl<'a> Opening<'a> {
                 .find(|(d, _)| d.id == id)
                 .expect("opened from the group")
                 .0;
+            super::write_hint::restore(desc, fd.as_fd())?;
             self.hold(desc, fd)?;
         }
         Ok(())

@@ -36,6 +36,7 @@
 //!   outside.rs   a process outside the dump holding the same inode or description (locks, ptys)
 //!   mount_views.rs the mount namespace a description was opened in (its holder's, its parent's)
 //!   inode_attrs.rs extended attributes and inode flags of an inode made again (ghosts, memfds)
+//!   write_hint.rs the write life hint of an inode (F_SET_RW_HINT), kept in memory only
 //! ```
 //!
 //! eventfd, timerfd, signalfd (a module each), epoll (epoll.rs: restored last, once its targets
@@ -87,6 +88,7 @@ pub(crate) mod pidfd;
 mod timerfd;
 pub mod tty;
 mod validate;
+mod write_hint;
 
 pub use crate::sockets::UnixLinks;
 pub(crate) use error::restore_err;

@@ -71,6 +71,7 @@ fn open_by_kind<'a>(
     match k.open(desc, cx)? {
         Opened::Now(fd) => {
             debug!(id = desc.id, what = %k.describe(desc), "description opened");
+            super::write_hint::restore(desc, fd.as_fd())?;
             cx.hold(desc, fd)?;
         }
         Opened::Together => together.entry(at).or_default().push(desc),

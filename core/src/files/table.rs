@@ -264,6 +264,7 @@ impl FileTable {
                 }
             }
         };
+        let rw_hint = super::write_hint::dump(&open, &kind, pidfd)?;
         debug!(
             fd,
             id,
@@ -279,6 +280,7 @@ impl FileTable {
             pos: open.pos,
             parent_mount_namespace,
             in_mount_namespace: false,
+            rw_hint,
             kind: Some(kind),
         });
         self.by_inode.entry(key).or_default().push(Holder {
@@ -533,6 +535,7 @@ impl FileTable {
             pos: 0,
             parent_mount_namespace: false,
             in_mount_namespace: false,
+            rw_hint: 0,
             kind: Some(kind),
         });
         self.sysv.insert((ns, shmid), id);
@@ -559,6 +562,7 @@ impl FileTable {
             pos: 0,
             parent_mount_namespace: false,
             in_mount_namespace: false,
+            rw_hint: 0,
             kind: Some(kind),
         });
         self.mapped.insert(key, id);

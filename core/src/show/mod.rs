@@ -228,6 +228,7 @@ mod tests {
                 pos: 1234,
                 parent_mount_namespace: false,
                 in_mount_namespace: false,
+                rw_hint: 0,
                 kind: Some(file_desc::Kind::Regular(RegularFile {
                     path: "/tmp/demo/log".into(),
                     size: 1234,
@@ -240,6 +241,7 @@ mod tests {
                 pos: 0,
                 parent_mount_namespace: false,
                 in_mount_namespace: false,
+                rw_hint: 0,
                 kind: Some(file_desc::Kind::Pipe(Pipe {
                     ino: 987_654,
                     capacity: 65536,
@@ -254,6 +256,7 @@ mod tests {
                 pos: 0,
                 parent_mount_namespace: false,
                 in_mount_namespace: false,
+                rw_hint: 0,
                 kind: Some(file_desc::Kind::CharDevice("/dev/null".into())),
             },
             FileDesc {
@@ -262,6 +265,7 @@ mod tests {
                 pos: 0,
                 parent_mount_namespace: false,
                 in_mount_namespace: false,
+                rw_hint: 0,
                 kind: Some(file_desc::Kind::Regular(RegularFile {
                     path: "/usr/bin/demo".into(),
                     ..Default::default()

@@ -104,6 +104,27 @@ fn unless_unsupported(r: libc::c_int) -> io::Result<bool> {
     }
 }
 
+/// F_GET_RW_HINT / F_SET_RW_HINT (linux/fcntl.h, 4.13): the write life time hint of the
+/// file's inode (RWH_WRITE_LIFE_*), a u64 passed by pointer.
+const F_GET_RW_HINT: libc::c_int = 1035;
+const F_SET_RW_HINT: libc::c_int = 1036;
+
+/// F_GET_RW_HINT of `fd`'s inode (0: none).
+pub(crate) fn rw_hint(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut hint: u64 = 0;
+    // SAFETY: F_GET_RW_HINT writes one u64 through the pointer, which points at `hint`.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), F_GET_RW_HINT, &mut hint as *mut u64) };
+    check(libc::c_long::from(ret))?;
+    Ok(hint)
+}
+
+/// F_SET_RW_HINT of `fd`'s inode to `hint`.
+pub(crate) fn set_rw_hint(fd: BorrowedFd<'_>, hint: u64) -> io::Result<()> {
+    // SAFETY: F_SET_RW_HINT reads one u64 through the pointer, which points at `hint`.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), F_SET_RW_HINT, &hint as *const u64) };
+    check(libc::c_long::from(ret)).map(drop)
+}
+
 /// FS_IOC_SETFLAGS (linux/fs.h: _IOW('f', 2, long)).
 const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
 

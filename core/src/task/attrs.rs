@@ -371,6 +371,43 @@ pub fn dump_futex_hash(pid: Pid, remote: &Remote, p: &mut ProcessAttrs) -> Resul
     Ok(())
 }
 
+/// `PR_TIMER_CREATE_RESTORE_IDS` (linux/prctl.h, 6.14) and its query: the per-process mode
+/// in which timer_create takes the id it is given (timers.rs turns it on for its own calls).
+const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
+const PR_TIMER_CREATE_RESTORE_IDS_GET: u64 = 2;
+
+/// Reads into `p` whether the process turned on the timer id restore mode, by `remote` (the
+/// main thread): off on a kernel without it (EINVAL).
+pub fn dump_timer_restore_ids(
+    pid: Pid,
+    remote: &Remote,
+    p: &mut ProcessAttrs,
+) -> Result<(), AttrError> {
+    let answer = remote
+        .syscall(
+            libc::SYS_prctl,
+            &[
+                PR_TIMER_CREATE_RESTORE_IDS,
+                PR_TIMER_CREATE_RESTORE_IDS_GET,
+                0,
+                0,
+                0,
+            ],
+        )
+        .map_err(AttrError::read(pid, remote.tid(), "timer id restore mode"))?;
+    p.timer_create_restore_ids = match answer {
+        on if on >= 0 => on == 1,
+        e if e == -(libc::EINVAL as i64) => false,
+        e => {
+            let errno = io::Error::from_raw_os_error(-e as i32);
+            return Err(AttrError::read(pid, remote.tid(), "timer id restore mode")(
+                errno,
+            ));
+        }
+    };
+    Ok(())
+}
+
 /// Gives the restored process (`remote`: its main thread, its threads made) the futex hash
 /// size it had, where the one it got differs: a size it chose (the global hash, 0, among
 /// them), which then stays as it was when more threads come. One it did not choose (16 with
@@ -1292,8 +1329,9 @@ fn ids_change(creds: Option<&Creds>) -> bool {
 
 /// Sets, by remote calls in `remote`'s thread (`thread` of `task`) once its credentials are
 /// in place, what an id change resets and what it does not inherit from the main thread:
-/// parent-death signal; in the main thread, dumpable; in the others, their own timer slack and
-/// MCE policy. Runs nothing when nothing differs.
+/// parent-death signal; in the main thread, dumpable (and, its timers made by then, the timer
+/// id restore mode and the membarrier registrations); in the others, their own timer slack
+/// and MCE policy. Runs nothing when nothing differs.
 pub fn restore_after_creds(
     pid: Pid,
     remote: &Remote,
@@ -1324,6 +1362,17 @@ pub fn restore_after_creds(
                 calls.push((
                     "dumpable",
                     prctl(libc::PR_SET_DUMPABLE, p.dumpable as u64, 0),
+                ));
+            }
+            // Per process, after its timers were made (timers.rs turns the mode off when
+            // done with it).
+            if p.timer_create_restore_ids {
+                calls.push((
+                    "timer id restore mode",
+                    (
+                        libc::SYS_prctl,
+                        [PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0, 0],
+                    ),
                 ));
             }
             // Per mm, so once, in the main thread; the restored mm starts with none.

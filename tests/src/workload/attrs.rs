@@ -59,6 +59,8 @@
 //! tsc=sigsegv|enable      PR_SET_TSC: reading the time stamp counter faults this thread
 //! cpuid=on|off            ARCH_SET_CPUID: off makes cpuid fault (SIGSEGV) this thread
 //! futex-hash=N            PR_FUTEX_HASH_SET_SLOTS: N slots of its own (0: the global hash) process
+//! posix-timer=SECS        a CLOCK_MONOTONIC POSIX timer (SIGEV_NONE) SECS ahead   process
+//! timer-restore-ids=1     PR_TIMER_CREATE_RESTORE_IDS: timer_create takes ids process
 //! membarrier=CMD          MEMBARRIER_CMD_REGISTER_*, CMD global-expedited|private-expedited|
 //!                         sync-core|rseq                                   process
 //! anon-name=NAME          3 pages of private anonymous memory, filled, named NAME
@@ -121,6 +123,7 @@
 //!               whether its bytes are still the fill), or `unsupported: ...` on a kernel
 //!               without CONFIG_ANON_VMA_NAME
 //! futex-hash    N                     (PR_FUTEX_HASH_GET_SLOTS)
+//! timer-restore-ids  0 | 1            (PR_TIMER_CREATE_RESTORE_IDS_GET)
 //! membarrier    registrations HEX private-expedited ok|errno N  (MEMBARRIER_CMD_GET_REGISTRATIONS,
 //!               then a MEMBARRIER_CMD_PRIVATE_EXPEDITED, which needs its registration)
 //! cgroup:HIER   PATH                  (/proc/thread-self/cgroup; HIER "" for v2)
@@ -140,6 +143,11 @@ use super::{arg, parse_u64, sys, unknown, Mode};
 const PR_FUTEX_HASH: i32 = 78;
 const PR_FUTEX_HASH_SET_SLOTS: u64 = 1;
 const PR_FUTEX_HASH_GET_SLOTS: u64 = 2;
+
+/// `PR_TIMER_CREATE_RESTORE_IDS` (linux/prctl.h, 6.14) and its commands.
+const PR_TIMER_CREATE_RESTORE_IDS: i32 = 77;
+const PR_TIMER_CREATE_RESTORE_IDS_ON: u64 = 1;
+const PR_TIMER_CREATE_RESTORE_IDS_GET: u64 = 2;
 
 /// `PR_SET_MDWE` (linux/prctl.h): memory-deny-write-execute.
 const PR_SET_MDWE: i32 = 65;
@@ -441,6 +449,33 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
         "futex-hash" => {
             let slots = parse_u64(value)?;
             sys::prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS, slots)
+                .map(drop)
+                .map_err(fail)
+        }
+        "posix-timer" => {
+            let secs = parse_u64(value)?;
+            // SAFETY: sigevent and itimerspec are plain data we own; timer_create fills
+            // `timer`, which is never deleted (the process keeps the timer).
+            unsafe {
+                let mut ev: libc::sigevent = std::mem::zeroed();
+                ev.sigev_notify = libc::SIGEV_NONE;
+                let mut timer: libc::timer_t = std::mem::zeroed();
+                sys::cvt(libc::timer_create(
+                    libc::CLOCK_MONOTONIC,
+                    &mut ev,
+                    &mut timer,
+                ))
+                .map_err(fail)?;
+                let mut when: libc::itimerspec = std::mem::zeroed();
+                when.it_value.tv_sec = secs as libc::time_t;
+                sys::cvt(libc::timer_settime(timer, 0, &when, std::ptr::null_mut()))
+                    .map_err(fail)?;
+            }
+            Ok(())
+        }
+        "timer-restore-ids" => {
+            let on = parse_u64(value)? * PR_TIMER_CREATE_RESTORE_IDS_ON;
+            sys::prctl(PR_TIMER_CREATE_RESTORE_IDS, on, 0)
                 .map(drop)
                 .map_err(fail)
         }
@@ -899,6 +934,13 @@ fn observe(key: &str) -> Result<String, String> {
         "futex-hash" => sys::prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_GET_SLOTS, 0)
             .map(|v| v.to_string())
             .map_err(fail),
+        "timer-restore-ids" => sys::prctl(
+            PR_TIMER_CREATE_RESTORE_IDS,
+            PR_TIMER_CREATE_RESTORE_IDS_GET,
+            0,
+        )
+        .map(|v| v.to_string())
+        .map_err(fail),
         "nnp" => getter(libc::PR_GET_NO_NEW_PRIVS),
         "securebits" => sys::prctl(libc::PR_GET_SECUREBITS, 0, 0)
             .map(|v| format!("{v:#x}"))

@@ -90,6 +90,7 @@ mod unix_tree;
 mod unsupported;
 mod user_ns;
 mod waits;
+mod write_hints;
 mod writer;
 mod zombie_leader;
 
@@ -134,6 +135,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("timers", timers::start),
     ("waits", waits::start),
     ("timerfds", timerfds::start),
+    ("write-hints", write_hints::start),
     ("threads", threads::start),
     ("mappings", mappings::start),
     ("events", events::start),
