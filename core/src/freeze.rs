@@ -17,36 +17,59 @@ use crate::sys::pidfd;
 use crate::sys::ptrace as pt;
 use crate::task::signals::PendingStops;
 
-/// The threads of frozen tasks in a group stop, each with whether a remote call took a
-/// SIGSTOP out of its queues (and held it back): their release puts their pending stop
-/// signals back where they were ([`FrozenTask::pending_stops`]), which the remote call's own
-/// sending it again (to the process) would not.
-static STOPS_PUT_BACK_BY_RELEASE: std::sync::Mutex<Vec<(Pid, bool)>> =
+/// The frozen tasks whose SIGSTOP a remote call takes (and holds back) is put back by their
+/// release ([`FrozenTask::pending_stops`]), which the remote call's own sending it again (to
+/// the process) would not put where it was.
+static STOPS_PUT_BACK_BY_RELEASE: std::sync::Mutex<Vec<StopsPutBack>> =
     std::sync::Mutex::new(Vec::new());
+
+/// One frozen task of [`STOPS_PUT_BACK_BY_RELEASE`].
+#[derive(Debug)]
+struct StopsPutBack {
+    tids: Vec<Pid>,
+    /// In a group stop: every SIGSTOP held back is put back (a stop signal sent to a stopped
+    /// process only waits); whether one was.
+    group_stopped: bool,
+    held: bool,
+    /// Running: the SIGSTOPs pending when it was frozen, not yet taken by a remote call (the
+    /// shared one; the threads that had their own). One taken past those arrived during the
+    /// dump: sent again by the remote call, judged as any signal that did.
+    owed_shared: bool,
+    owed_threads: Vec<Pid>,
+}
 
 /// Called by a remote call that held a SIGSTOP back from thread `tid`: true when the thread's
 /// release puts its pending stop signals back (the SIGSTOP noted), false when the caller is
 /// to send it again itself.
 pub(crate) fn stop_put_back_by_release(tid: Pid) -> bool {
-    let mut threads = STOPS_PUT_BACK_BY_RELEASE
+    let mut tasks = STOPS_PUT_BACK_BY_RELEASE
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    match threads.iter_mut().find(|(t, _)| *t == tid) {
-        Some((_, held)) => {
-            *held = true;
-            true
-        }
-        None => false,
+    let Some(task) = tasks.iter_mut().find(|t| t.tids.contains(&tid)) else {
+        return false;
+    };
+    if task.group_stopped {
+        task.held = true;
+        return true;
     }
+    // A thread takes its own before the process's.
+    if let Some(at) = task.owed_threads.iter().position(|&t| t == tid) {
+        task.owed_threads.remove(at);
+        return true;
+    }
+    std::mem::replace(&mut task.owed_shared, false)
 }
 
-/// Forgets threads `tids` of the registry: whether a SIGSTOP was held back from any.
+/// Forgets threads `tids` of the registry: whether a SIGSTOP was held back from any (of a
+/// task in a group stop).
 fn forget_held_stops(tids: &[Pid]) -> bool {
-    let mut threads = STOPS_PUT_BACK_BY_RELEASE
+    let mut tasks = STOPS_PUT_BACK_BY_RELEASE
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let held = threads.iter().any(|(t, held)| *held && tids.contains(t));
-    threads.retain(|(t, _)| !tids.contains(t));
+    let held = tasks
+        .iter()
+        .any(|t| t.held && t.tids.iter().any(|tid| tids.contains(tid)));
+    tasks.retain(|t| !t.tids.iter().any(|tid| tids.contains(tid)));
     held
 }
 
@@ -62,7 +85,9 @@ pub struct FrozenTask {
     /// The signal of that group stop, as the seize reported it.
     stop_signal: Option<Signal>,
     /// In a group stop: the stop signals pending to it then, read before the seize (which
-    /// lets cryo's remote calls take a pending SIGSTOP): put back by the release.
+    /// lets cryo's remote calls take a pending SIGSTOP). Running: a SIGSTOP pending to it
+    /// once every thread was seized (none: `None`), sent before the freeze and not yet
+    /// taken. Put back by the release where a remote call took it.
     pending_stops: Option<PendingStops>,
     /// The threads whose syscall user dispatch was on, turned off while frozen: their
     /// configuration, put back on release.
@@ -115,7 +140,14 @@ impl FrozenTask {
         self.stop_signal
     }
 
-    /// The stop signals pending to it when it was in a group stop as it was seized.
+    /// Whether it was in a group stop as it was seized (entered since its state was read,
+    /// if its main thread reported so).
+    pub fn group_stopped(&self) -> bool {
+        self.group_stopped
+    }
+
+    /// The stop signals pending to it when it was in a group stop as it was seized; running,
+    /// the SIGSTOP pending to it once seized, if any.
     pub fn pending_stops(&self) -> Option<&PendingStops> {
         self.pending_stops.as_ref()
     }
@@ -148,6 +180,8 @@ impl FrozenTask {
             // Before any thread is seized: no thread of a stopped process is born or ends.
             frozen.pending_stops = Some(PendingStops::read(pid, &proc::tids(pid)?)?);
         }
+        // Threads that took a SIGSTOP as they were seized.
+        let mut sigstop_taken = Vec::new();
         // Threads may be born while we seize: loop until the set is stable.
         loop {
             let mut tids = proc::tids(pid)?;
@@ -185,8 +219,24 @@ impl FrozenTask {
                     e => Error::sys(pid, format!("freeze thread {tid}"), e),
                 })?;
                 frozen.tids.push(tid);
-                if frozen.group_stopped && frozen.stop_signal.is_none() {
-                    frozen.stop_signal = stop;
+                match stop {
+                    Seized::GroupStop(sig) if frozen.group_stopped => {
+                        frozen.stop_signal.get_or_insert(sig);
+                    }
+                    // It took a stop signal between its state's read and the seize of its
+                    // main thread (seized first): stopped, as the rest of the freeze sees it.
+                    Seized::GroupStop(sig) if tid == pid => {
+                        frozen.group_stopped = true;
+                        frozen.stop_signal = Some(sig);
+                        frozen.pending_stops = Some(PendingStops::read(pid, &proc::tids(pid)?)?);
+                    }
+                    // Taken between the seize and the interrupt: pending still, as far as the
+                    // process goes (a SIGSTOP is kept as pending to that thread).
+                    Seized::Delivering(Signal::SIGSTOP) => sigstop_taken.push(tid),
+                    Seized::Delivering(sig) => {
+                        tracing::warn!(%pid, %tid, ?sig, "signal taken as the thread was seized");
+                    }
+                    _ => {}
                 }
                 if !frozen.group_stopped {
                     resume_stopped_wait(pid, tid)?;
@@ -196,12 +246,35 @@ impl FrozenTask {
                 break;
             }
         }
-        if frozen.group_stopped {
+        if !frozen.group_stopped {
+            // Once every thread is in its trap, before any remote call: a SIGSTOP pending
+            // now was sent before the freeze, and the first remote call in a thread would
+            // take it (the one signal its mask cannot block). The other stop signals stay
+            // queued (blocked by the calls), dumped with the others.
+            let mut stops = PendingStops::read(pid, &frozen.tids)?.only(libc::SIGSTOP);
+            stops.add_to_threads(libc::SIGSTOP, &sigstop_taken);
+            if !stops.is_empty() {
+                frozen.pending_stops = Some(stops);
+            }
+        }
+        if let Some(stops) = &frozen.pending_stops {
             // Before any remote call.
-            let mut threads = STOPS_PUT_BACK_BY_RELEASE
+            let bit = 1u64 << (libc::SIGSTOP - 1);
+            let mut tasks = STOPS_PUT_BACK_BY_RELEASE
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            threads.extend(frozen.tids.iter().map(|&tid| (tid, false)));
+            tasks.push(StopsPutBack {
+                tids: frozen.tids.clone(),
+                group_stopped: frozen.group_stopped,
+                held: false,
+                owed_shared: stops.shared & bit != 0,
+                owed_threads: stops
+                    .threads
+                    .iter()
+                    .filter(|&&(_, set)| set & bit != 0)
+                    .map(|&(tid, _)| tid)
+                    .collect(),
+            });
         }
         // Before any remote call: a thread inside a restartable sequence leaves it by its
         // abort handler, as the kernel would make it (cryo's calls would clear it unaborted).
@@ -477,10 +550,20 @@ fn resume_stopped_wait(pid: Pid, tid: Pid) -> Result<()> {
     Ok(())
 }
 
-/// Seizes and interrupts thread `tid`; returns the signal of the group stop it was in, if
-/// any (a seized task in a group stop reports PTRACE_EVENT_STOP with the stopping signal; an
-/// interrupted running one with SIGTRAP).
-fn seize_one(tid: Pid) -> nix::Result<Option<Signal>> {
+/// How a thread seized stopped first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seized {
+    /// In the group stop of this signal (PTRACE_EVENT_STOP with the stopping signal).
+    GroupStop(Signal),
+    /// Interrupted (PTRACE_EVENT_STOP with SIGTRAP).
+    Interrupted,
+    /// In the delivery stop of a signal it had just taken from its queues, between the seize
+    /// and the interrupt: the first remote call, resuming it without, discards it.
+    Delivering(Signal),
+}
+
+/// Seizes and interrupts thread `tid`; says how it stopped ([`Seized`]).
+fn seize_one(tid: Pid) -> nix::Result<Seized> {
     // Remote calls take the thread back at syscall stops, told from signal stops by the 0x80.
     ptrace::seize(tid, ptrace::Options::PTRACE_O_TRACESYSGOOD)?;
     if let Err(e) = ptrace::interrupt(tid) {
@@ -492,9 +575,10 @@ fn seize_one(tid: Pid) -> nix::Result<Option<Signal>> {
             Ok(WaitStatus::PtraceEvent(_, sig, libc::PTRACE_EVENT_STOP))
                 if sig != Signal::SIGTRAP =>
             {
-                return Ok(Some(sig))
+                return Ok(Seized::GroupStop(sig))
             }
-            Ok(WaitStatus::PtraceEvent(..)) | Ok(WaitStatus::Stopped(..)) => return Ok(None),
+            Ok(WaitStatus::Stopped(_, sig)) => return Ok(Seized::Delivering(sig)),
+            Ok(WaitStatus::PtraceEvent(..)) => return Ok(Seized::Interrupted),
             Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
                 return Err(nix::errno::Errno::ESRCH)
             }
@@ -510,9 +594,10 @@ fn seize_one(tid: Pid) -> nix::Result<Option<Signal>> {
 
 impl FrozenTask {
     /// Sends the task, still traced and stopped, its stop signals pending before the freeze
-    /// (`stops`) that its queues lack now (a SIGSTOP a remote call took); `held`: a remote call
-    /// held one back, sent again (to the process) when `stops` had none, one that arrived
-    /// during the dump. A failure is logged: the release goes on.
+    /// (`stops`) that its queues lack now (a SIGSTOP a remote call took); `held` (in a group
+    /// stop): a remote call held one back, sent again (to the process) when `stops` had none,
+    /// one that arrived during the dump. Running, it takes them once let go, as it would
+    /// have. A failure is logged: the release goes on.
     fn put_back_stops(&self, stops: &PendingStops, held: bool) {
         let now = match PendingStops::read(self.pid, &self.tids) {
             Ok(now) => now,
@@ -563,5 +648,46 @@ impl Drop for FrozenTask {
             }
         }
         debug!(pid = %self.pid, "released");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A running task's SIGSTOPs pending at its freeze are put back by its release, one per
+    /// SIGSTOP (a thread's own first, then the shared one); a further one is the remote call's
+    /// to send again. A stopped task's are all put back by the release.
+    #[test]
+    fn only_the_sigstops_pending_at_the_freeze_are_left_to_the_release() {
+        // Tids no test process has (above PID_MAX_LIMIT).
+        let [a, b, c, d] = [5_000_001, 5_000_002, 5_000_003, 5_000_004].map(Pid::from_raw);
+        STOPS_PUT_BACK_BY_RELEASE
+            .lock()
+            .unwrap()
+            .extend([
+                StopsPutBack {
+                    tids: vec![a, b],
+                    group_stopped: false,
+                    held: false,
+                    owed_shared: true,
+                    owed_threads: vec![b],
+                },
+                StopsPutBack {
+                    tids: vec![c],
+                    group_stopped: true,
+                    held: false,
+                    owed_shared: false,
+                    owed_threads: Vec::new(),
+                },
+            ]);
+        assert!(stop_put_back_by_release(b), "b's own");
+        assert!(stop_put_back_by_release(b), "the shared one");
+        assert!(!stop_put_back_by_release(a), "arrived during the dump");
+        assert!(!stop_put_back_by_release(d), "not registered");
+        assert!(!forget_held_stops(&[a, b]));
+        assert!(!stop_put_back_by_release(a), "forgotten");
+        assert!(stop_put_back_by_release(c) && stop_put_back_by_release(c));
+        assert!(forget_held_stops(&[c]), "held back from a stopped task");
     }
 }

@@ -796,6 +796,14 @@ impl Workload {
     pub fn dump_ok(&mut self, img: &Path) -> CryoOutput {
         let out = self.dump(img, &[]);
         out.assert_success();
+        self.reap_dumped(&out);
+        out
+    }
+
+    /// After a killing dump that succeeded (`out`): reaps the workload it killed (the
+    /// original or a restored one), or, detached, sees it exit.
+    #[track_caller]
+    pub fn reap_dumped(&mut self, out: &CryoOutput) {
         if self.original.is_some() {
             let status = self.wait_original();
             assert!(
@@ -822,7 +830,6 @@ impl Workload {
                 None => panic!("dumped a workload that was not running\n{out}"),
             }
         }
-        out
     }
 
     /// Waits for the original workload to end and reaps it.

@@ -579,3 +579,119 @@ fn a_sigstop_pending_to_a_child_stopped_by_sigtstp_comes_back() {
     assert_eq!(w.cmd("ask hi"), "got hi");
     w.kill_restored();
 }
+
+/// How many times the SIGSTOP-then-dump tests below try.
+const STOP_RACE_ROUNDS: usize = 20;
+
+/// Sends `pid` SIGSTOP while it cannot take it, then runs `dump`: `pid` is put on one CPU
+/// with policy SCHED_IDLE while a thread of the test spins there at normal priority (an idle
+/// task preempts no other, and gets a slice about once a second), until a tracer seizes it
+/// (TracerPid, the dump's freeze) or `dump` returns. So the freeze catches it with the
+/// SIGSTOP pending, not yet taken, nearly every time.
+fn sigstop_held_off_cpu<T>(pid: i32, dump: impl FnOnce() -> T) -> T {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // SAFETY: plain values and a cpu_set_t of our own.
+    let cpu = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set),
+            0
+        );
+        (0..libc::CPU_SETSIZE as usize)
+            .rev()
+            .find(|&c| libc::CPU_ISSET(c, &set))
+            .unwrap()
+    };
+    let pin = move |who: i32| {
+        // SAFETY: as above.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            assert_eq!(
+                libc::sched_setaffinity(who, std::mem::size_of_val(&set), &set),
+                0
+            );
+        }
+    };
+    pin(pid);
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain values and a sched_param of our own.
+    let r = unsafe { libc::sched_setscheduler(pid, libc::SCHED_IDLE, &param) };
+    assert_eq!(r, 0, "sched_setscheduler");
+    let done = Arc::new(AtomicBool::new(false));
+    let spinning = Arc::new(AtomicBool::new(false));
+    let spinner = {
+        let (done, spinning) = (done.clone(), spinning.clone());
+        std::thread::spawn(move || {
+            pin(0);
+            spinning.store(true, Ordering::SeqCst);
+            while !done.load(Ordering::SeqCst)
+                && cryo_tests::status_field(pid, "TracerPid").is_some_and(|t| t == "0")
+            {
+                std::hint::spin_loop();
+            }
+        })
+    };
+    while !spinning.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    Pidfd::open(pid).unwrap().signal(libc::SIGSTOP).unwrap();
+    let out = dump();
+    done.store(true, Ordering::SeqCst);
+    spinner.join().unwrap();
+    out
+}
+
+/// A SIGSTOP sent to a running process right before a `--leave-running` dump, not yet taken
+/// when the freeze catches it (held off its CPU): the dump succeeds and leaves it to stop, as
+/// it would have (no SIGSTOP left pending once it is stopped); SIGCONT wakes it and it
+/// answers. Before: passed as well (the remote call that took the SIGSTOP sent it again).
+#[test]
+fn a_sigstop_sent_right_before_a_leave_running_dump_stops_the_process() {
+    cryo_bin();
+    let w = Workload::spawn("counter", &[]);
+    for round in 1..=STOP_RACE_ROUNDS {
+        assert_eq!(w.cmd("tick"), round.to_string(), "round {round}");
+        let img = w.path(&format!("img{round}"));
+        sigstop_held_off_cpu(w.pid(), || w.dump(&img, &["--leave-running"])).assert_success();
+        await_state(w.pid(), 'T');
+        assert_eq!(w.status("TracerPid"), "0", "round {round}: left traced");
+        assert_eq!(
+            pending_sets(w.pid()).0,
+            "0000000000000000",
+            "round {round}: a SIGSTOP left pending"
+        );
+        Pidfd::open(w.pid()).unwrap().signal(libc::SIGCONT).unwrap();
+    }
+    assert_eq!(w.cmd("tick"), (STOP_RACE_ROUNDS + 1).to_string());
+}
+
+/// A SIGSTOP sent to a running process right before a killing dump, not yet taken when the
+/// freeze catches it (held off its CPU): the dump succeeds (it was sent before the freeze,
+/// not during the dump), the restored process stops, and SIGCONT wakes it; it answers with
+/// its count. Before: refused ("SIGSTOP ... was sent during the dump": the remote call that
+/// took it sent it again, which the last read took for a new one), the notify test's flake.
+#[test]
+fn a_sigstop_sent_right_before_a_dump_stops_the_restored_process() {
+    cryo_bin();
+    let mut w = Workload::spawn("counter", &[]);
+    for round in 1..=STOP_RACE_ROUNDS {
+        assert_eq!(w.cmd("tick"), round.to_string(), "round {round}");
+        let img = w.path(&format!("img{round}"));
+        let out = sigstop_held_off_cpu(w.pid(), || w.dump(&img, &[]));
+        out.assert_success();
+        w.reap_dumped(&out);
+        w.start_restore(&img);
+        await_state(w.pid(), 'T');
+        let until = Instant::now() + CMD_TIMEOUT;
+        while w.status("TracerPid") != "0" {
+            assert!(Instant::now() < until, "round {round}: left traced");
+            std::thread::yield_now();
+        }
+        Pidfd::open(w.pid()).unwrap().signal(libc::SIGCONT).unwrap();
+        w.await_restored();
+    }
+    assert_eq!(w.cmd("tick"), (STOP_RACE_ROUNDS + 1).to_string());
+    w.kill_restored();
+}

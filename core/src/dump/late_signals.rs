@@ -9,7 +9,7 @@
 //! (`--to`, migrate), the images leave after it: a signal arriving while they are sent dies
 //! with the original, and is named in a warning ([`LateSignals::warn_lost`]).
 
-use cryo_proto::image::TaskCore;
+use cryo_proto::image::{ProcessEntry, TaskCore};
 use cryo_proto::ImageKind;
 use nix::unistd::Pid;
 use tracing::{debug, warn};
@@ -30,6 +30,9 @@ struct Frozen {
     tids: Vec<Pid>,
     /// In a group stop when frozen (a SIGCONT would continue it).
     stopped: bool,
+    /// Running when frozen, with a SIGSTOP pending its image keeps (a SIGCONT would discard
+    /// it).
+    stop_pending: bool,
     core: TaskCore,
     seen: Queued,
 }
@@ -38,18 +41,21 @@ struct Frozen {
 pub(super) struct LateSignals(Vec<Frozen>);
 
 impl LateSignals {
-    /// Each process: its pid, its threads, whether it was stopped, its core as written and
-    /// its queues as read then.
-    pub(super) fn new(
-        processes: impl IntoIterator<Item = (Pid, Vec<Pid>, bool, TaskCore, Queued)>,
+    /// Each process: its pid, its threads, its entry (whether it was stopped, the stop
+    /// signals its image keeps pending), its core as written and its queues as read then.
+    pub(super) fn new<'a>(
+        processes: impl IntoIterator<Item = (Pid, Vec<Pid>, &'a ProcessEntry, TaskCore, Queued)>,
     ) -> Self {
         Self(
             processes
                 .into_iter()
-                .map(|(pid, tids, stopped, core, seen)| Frozen {
+                .map(|(pid, tids, entry, core, seen)| Frozen {
                     pid,
                     tids,
-                    stopped,
+                    stopped: entry.stopped,
+                    stop_pending: !entry.stopped
+                        && (entry.stop_pending_shared != 0
+                            || entry.stop_pending_threads.iter().any(|&set| set != 0)),
                     core,
                     seen,
                 })
@@ -70,7 +76,7 @@ impl LateSignals {
                 if now == p.seen {
                     continue;
                 }
-                if signals::take_arrived(p.pid, &mut p.core, &p.seen, &now, p.stopped)? {
+                if signals::take_arrived(p.pid, &mut p.core, &p.seen, &now, p.stopped, p.stop_pending)? {
                     changed.push(k);
                 }
                 p.seen = now;
@@ -104,7 +110,7 @@ impl LateSignals {
             }
             let mut core = p.core.clone();
             if !matches!(
-                signals::take_arrived(p.pid, &mut core, &p.seen, &now, p.stopped),
+                signals::take_arrived(p.pid, &mut core, &p.seen, &now, p.stopped, p.stop_pending),
                 Ok(false)
             ) {
                 warn!(

@@ -546,16 +546,26 @@ fn dump_tree(
         interrupted("while collecting process state")?;
         let mut entry = task::process_entry(pid, &stat, frozen.tids());
         // The state before the freeze (the frozen task reads as traced now).
-        entry.stopped = m.stat.state == 'T';
+        entry.stopped = m.stat.state == 'T' || frozen.group_stopped();
         entry.stop_signal = frozen
             .stop_signal()
             .filter(|_| entry.stopped)
             .map_or(0, |sig| sig as i32);
         // The stop signals pending to it while stopped, as /proc showed them before the
         // freeze, apart from its queues (the restore sends them again once it is stopped).
-        if let (true, Some(stops)) = (entry.stopped, frozen.pending_stops()) {
-            stops.record(&mut entry);
-            crate::task::signals::leave_out_stops(&mut core);
+        // Running, a SIGSTOP pending to it as it was frozen (sent before, not yet taken: a
+        // remote call may have taken it since) is recorded so too: the restore sends it again
+        // before it lets the process go, which takes it and stops.
+        match (entry.stopped, frozen.pending_stops()) {
+            (true, Some(stops)) => {
+                stops.record(&mut entry);
+                crate::task::signals::leave_out_stops(&mut core);
+            }
+            (false, Some(stops)) => {
+                stops.record(&mut entry);
+                crate::task::signals::leave_out_recorded(&mut core, stops);
+            }
+            (_, None) => {}
         }
         // A stop its parent collected, or whose SIGCHLD the parent would see again, is made
         // again at restore while the parent is restored (its parent's notice read first:
@@ -1047,7 +1057,7 @@ fn dump_tree(
                 .zip(frozen)
                 .zip(&pstree)
                 .map(|((((core, _), seen), f), entry)| {
-                    (f.pid(), f.tids().to_vec(), entry.stopped, core, seen)
+                    (f.pid(), f.tids().to_vec(), entry, core, seen)
                 }),
         )),
         _ => {

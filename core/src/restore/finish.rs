@@ -155,7 +155,8 @@ impl Reshaped {
 
     /// Detaches every thread of every process ([`commit`](Self::commit) first): they run. The
     /// guardian lets go once they all do. A stopped process with stop signals pending when
-    /// dumped gets them again as it is let go, once it has taken its stop.
+    /// dumped gets them again as it is let go, once it has taken its stop; a running one
+    /// with a SIGSTOP pending, before it is let go.
     pub fn run(mut self) -> Result<Running> {
         let tree = &self.spawned.planned;
         let in_stop = stopped_while_restored(tree);
@@ -164,10 +165,12 @@ impl Reshaped {
         for ((i, task), tids) in tasks.zip(&self.stopped) {
             let stops = signals::PendingStops::of_entry(&task.entry, tids);
             let Some(&pid) = tids.first() else { continue };
-            if !task.entry.stopped || stops.is_empty() {
+            if stops.is_empty() {
                 let_run(tids)?;
-            } else if in_stop[i] {
-                // In its stop already, traced: they wait there, as it stays stopped.
+            } else if !task.entry.stopped || in_stop[i] {
+                // Running: a SIGSTOP pending when it was frozen, taken (every thread is
+                // traced) once it is let go; it stops, as it would have. In its stop already:
+                // they wait there, as it stays stopped.
                 stops.send_missing(pid, &signals::PendingStops::default())?;
                 let_run(tids)?;
             } else {

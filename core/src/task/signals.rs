@@ -88,16 +88,22 @@ pub fn read_queued(pid: Pid, tids: &[Pid]) -> Result<Queued> {
 /// timer queues again itself left out), the ones that went away taken out (a SIGCONT
 /// discards the queued stop signals, a stop signal the queued SIGCONT). Refused: a signal
 /// that arrived and would stop the process (SIGSTOP; SIGTSTP, SIGTTIN, SIGTTOU at their
-/// default action) or continue it (SIGCONT, `stopped`): its stop or continuation would not
-/// be in the image. Returns whether `core` changed.
+/// default action) or continue it (SIGCONT, `stopped`), or a SIGCONT that discards the
+/// SIGSTOP pending to it when frozen, which the image keeps (`stop_pending`): its stop or
+/// continuation would not be in the image. Returns whether `core` changed.
 pub fn take_arrived(
     pid: Pid,
     core: &mut TaskCore,
     seen: &Queued,
     now: &Queued,
     stopped: bool,
+    stop_pending: bool,
 ) -> Result<bool> {
-    let judge = Judge { core, stopped };
+    let judge = Judge {
+        core,
+        stopped,
+        stop_pending,
+    };
     let mut queues = vec![(pid, arrivals(&seen.shared, &now.shared))];
     for ((seen, now), t) in seen.threads.iter().zip(&now.threads).zip(&core.threads) {
         queues.push((Pid::from_raw(t.tid), arrivals(seen, now)));
@@ -170,6 +176,8 @@ struct Judge<'a> {
     core: &'a TaskCore,
     /// The process was stopped (a group stop) when frozen.
     stopped: bool,
+    /// Running when frozen, with a SIGSTOP pending that the image keeps.
+    stop_pending: bool,
 }
 
 impl Judge<'_> {
@@ -196,6 +204,9 @@ impl Judge<'_> {
         let effect = match info.signo {
             _ if self.stops(info) => "stops it",
             libc::SIGCONT if self.stopped => "continues it (it was stopped)",
+            libc::SIGCONT if self.stop_pending => {
+                "discards the SIGSTOP pending to it when it was frozen (the image keeps it)"
+            }
             _ => return Ok(()),
         };
         let name =
@@ -381,6 +392,26 @@ impl PendingStops {
         self.shared == 0 && self.threads.iter().all(|&(_, set)| set == 0)
     }
 
+    /// Only signal `signo` of them.
+    pub fn only(mut self, signo: i32) -> Self {
+        let bit = 1u64 << (signo - 1);
+        self.shared &= bit;
+        for (_, set) in &mut self.threads {
+            *set &= bit;
+        }
+        self
+    }
+
+    /// Adds signal `signo` to the own sets of threads `tids`.
+    pub fn add_to_threads(&mut self, signo: i32, tids: &[Pid]) {
+        let bit = 1u64 << (signo - 1);
+        for (tid, set) in &mut self.threads {
+            if tids.contains(tid) {
+                *set |= bit;
+            }
+        }
+    }
+
     /// Whether SIGSTOP is pending anywhere.
     pub fn has_sigstop(&self) -> bool {
         let bit = 1 << (libc::SIGSTOP - 1);
@@ -437,6 +468,23 @@ pub fn leave_out_stops(core: &mut TaskCore) {
     core.shared_pending.retain(|i| !is_stop(i));
     for thread in &mut core.threads {
         thread.pending.retain(|i| !is_stop(i));
+    }
+}
+
+/// Takes out of the queues dumped of a running process (`core`) the stop signals recorded
+/// apart in `stops` (each from the set that had it): the restore sends them again before it
+/// lets the process go, which takes them then, as it would have.
+pub fn leave_out_recorded(core: &mut TaskCore, stops: &PendingStops) {
+    let recorded = |set: u64| {
+        move |info: &SigInfo| {
+            (1..=NSIG as i32).contains(&info.signo) && set & 1 << (info.signo - 1) != 0
+        }
+    };
+    let shared = recorded(stops.shared);
+    core.shared_pending.retain(|i| !shared(i));
+    for thread in &mut core.threads {
+        let own = recorded(stops.of_thread(Pid::from_raw(thread.tid)));
+        thread.pending.retain(|i| !own(i));
     }
 }
 
@@ -524,7 +572,7 @@ mod tests {
         };
         let same = seen.clone();
         let pid = Pid::from_raw(10);
-        assert!(!take_arrived(pid, &mut core, &seen, &same, false).unwrap());
+        assert!(!take_arrived(pid, &mut core, &seen, &same, false, false).unwrap());
         // The armed timer's signal and the real-time interval timer's SIGALRM are queued again
         // by the restored timers; a SIGALRM someone sent is not.
         let alarm_sent = queued(libc::SIGALRM, 0, 99);
@@ -537,7 +585,7 @@ mod tests {
             ],
             threads: vec![vec![alarm_sent.clone()]],
         };
-        assert!(take_arrived(pid, &mut core, &seen, &now, false).unwrap());
+        assert!(take_arrived(pid, &mut core, &seen, &now, false, false).unwrap());
         assert_eq!(core.shared_pending, vec![first, queued(rt, SI_QUEUE, 8)]);
         assert_eq!(core.threads[0].pending, vec![alarm_sent]);
     }
@@ -561,7 +609,7 @@ mod tests {
             threads: vec![vec![]],
         };
         let stop = queued(libc::SIGSTOP, 0, 42);
-        let err = take_arrived(pid, &mut core(), &none, &with(stop.clone()), false)
+        let err = take_arrived(pid, &mut core(), &none, &with(stop.clone()), false, false)
             .unwrap_err()
             .to_string();
         assert!(
@@ -569,13 +617,18 @@ mod tests {
             "{err}"
         );
         let cont = queued(libc::SIGCONT, 0, 42);
-        assert!(take_arrived(pid, &mut core(), &none, &with(cont.clone()), true).is_err());
+        assert!(take_arrived(pid, &mut core(), &none, &with(cont.clone()), true, false).is_err());
         // Not stopped: SIGCONT is a signal like another; the stop signal it discarded goes.
         let mut c = core();
         c.shared_pending = vec![queued(libc::SIGTSTP, 0, 1)];
         let seen = with(queued(libc::SIGTSTP, 0, 1));
-        assert!(take_arrived(pid, &mut c, &seen, &with(cont.clone()), false).unwrap());
-        assert_eq!(c.shared_pending, vec![cont]);
+        assert!(take_arrived(pid, &mut c, &seen, &with(cont.clone()), false, false).unwrap());
+        assert_eq!(c.shared_pending, vec![cont.clone()]);
+        // Running with a SIGSTOP pending that the image keeps: a SIGCONT would discard it.
+        let err = take_arrived(pid, &mut core(), &none, &with(cont.clone()), false, true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SIGCONT") && err.contains("discards"), "{err}");
     }
 
     #[test]
@@ -642,6 +695,47 @@ mod tests {
         PendingStops::default().record(&mut entry);
         assert!(entry.stop_pending_threads.is_empty());
         assert!(PendingStops::of_entry(&entry, &made).is_empty());
+    }
+
+    #[test]
+    fn only_the_recorded_stop_signals_are_left_out_of_a_running_process_queues() {
+        let bit = |sig: i32| 1u64 << (sig - 1);
+        let mut core = TaskCore {
+            shared_pending: vec![queued(libc::SIGSTOP, 0, 1), queued(libc::SIGTSTP, 0, 1)],
+            threads: vec![
+                ThreadCore {
+                    tid: 10,
+                    pending: vec![queued(libc::SIGSTOP, -6, 1)],
+                    ..Default::default()
+                },
+                ThreadCore {
+                    tid: 11,
+                    pending: vec![queued(libc::SIGSTOP, -6, 1), queued(libc::SIGUSR1, -6, 1)],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let stops = PendingStops {
+            shared: bit(libc::SIGSTOP),
+            threads: vec![
+                (Pid::from_raw(10), 0),
+                (Pid::from_raw(11), bit(libc::SIGSTOP)),
+            ],
+        };
+        leave_out_recorded(&mut core, &stops);
+        let signos = |l: &[SigInfo]| l.iter().map(|i| i.signo).collect::<Vec<_>>();
+        assert_eq!(signos(&core.shared_pending), vec![libc::SIGTSTP]);
+        // Not recorded: queued after the freeze read, dumped as it is.
+        assert_eq!(signos(&core.threads[0].pending), vec![libc::SIGSTOP]);
+        assert_eq!(signos(&core.threads[1].pending), vec![libc::SIGUSR1]);
+        let only = PendingStops {
+            shared: bit(libc::SIGSTOP) | bit(libc::SIGTTIN),
+            threads: vec![(Pid::from_raw(10), bit(libc::SIGTSTP))],
+        }
+        .only(libc::SIGSTOP);
+        assert_eq!(only.shared, bit(libc::SIGSTOP));
+        assert!(only.threads.iter().all(|&(_, set)| set == 0));
     }
 
     #[test]
