@@ -727,11 +727,7 @@ fn dump_tree(
                 .iter()
                 .map(|&g| crate::task::userns::to_inside(&gid_map, g))
                 .collect();
-            let mask = |key: &str| {
-                crate::proc::status_field(&status, key)
-                    .and_then(|v| u64::from_str_radix(v, 16).ok())
-                    .unwrap_or(0)
-            };
+            let mask = |key: &str| crate::proc::status_mask(&status, key).unwrap_or(0);
             if let Some(groups) = groups {
                 entry.zombie_status = true;
                 entry.zombie_groups = groups;

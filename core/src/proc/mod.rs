@@ -262,6 +262,12 @@ pub fn status_field<'a>(status: &'a [(String, String)], key: &str) -> Option<&'a
         .map(|(_, v)| v.as_str())
 }
 
+/// A hexadecimal mask of a status line (SigPnd, ShdPnd, SigBlk, CapEff...); None if absent or
+/// not one.
+pub fn status_mask(status: &[(String, String)], key: &str) -> Option<u64> {
+    status_field(status, key).and_then(|v| u64::from_str_radix(v, 16).ok())
+}
+
 /// The auxiliary vector (pairs of u64), as the process started with it.
 pub fn auxv(pid: Pid) -> Result<Vec<u64>> {
     let raw = fs::read(dir(pid).join("auxv")).map_err(|e| read_err(pid, "auxv", e))?;

@@ -150,11 +150,7 @@ pub fn creds_from_status(status: &[(String, String)]) -> Creds {
             .filter_map(|s| s.parse().ok())
             .collect()
     };
-    let cap = |key: &str| {
-        proc::status_field(status, key)
-            .and_then(|v| u64::from_str_radix(v, 16).ok())
-            .unwrap_or(0)
-    };
+    let cap = |key: &str| proc::status_mask(status, key).unwrap_or(0);
     let (uid, gid) = (ids("Uid"), ids("Gid"));
     let at = |v: &[u32], i: usize| v.get(i).copied().unwrap_or(0);
     Creds {

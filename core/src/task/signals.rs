@@ -18,11 +18,7 @@ const NSIG: u32 = 64;
 /// plus SIGCHLD, whose flags matter even with the default handler.
 pub fn dump_actions(pid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Vec<SigAction>> {
     let status = crate::proc::status(pid)?;
-    let mask = |key: &str| {
-        crate::proc::status_field(&status, key)
-            .and_then(|v| u64::from_str_radix(v, 16).ok())
-            .unwrap_or(!0)
-    };
+    let mask = |key: &str| crate::proc::status_mask(&status, key).unwrap_or(!0);
     let set = mask("SigCgt") | mask("SigIgn") | 1 << (libc::SIGCHLD - 1);
     let asked: Vec<u32> = (1..=NSIG)
         .filter(|&signo| {
@@ -345,10 +341,7 @@ impl PendingStops {
     /// Reads them from /proc for process `pid`, threads `tids`.
     pub fn read(pid: Pid, tids: &[Pid]) -> Result<Self> {
         let set = |status: &[(String, String)], key: &str| {
-            crate::proc::status_field(status, key)
-                .and_then(|v| u64::from_str_radix(v, 16).ok())
-                .unwrap_or(0)
-                & STOP_SIGNALS
+            crate::proc::status_mask(status, key).unwrap_or(0) & STOP_SIGNALS
         };
         let threads = tids
             .iter()
@@ -462,28 +455,30 @@ impl PendingStops {
 /// process has taken its stop; queued with the others, the first would be taken in place of
 /// the stop's own signal, or join it.
 pub fn leave_out_stops(core: &mut TaskCore) {
-    let is_stop = |info: &SigInfo| {
-        (1..=NSIG as i32).contains(&info.signo) && STOP_SIGNALS & 1 << (info.signo - 1) != 0
-    };
-    core.shared_pending.retain(|i| !is_stop(i));
-    for thread in &mut core.threads {
-        thread.pending.retain(|i| !is_stop(i));
-    }
+    leave_out(core, STOP_SIGNALS, |_| STOP_SIGNALS);
 }
 
 /// Takes out of the queues dumped of a running process (`core`) the stop signals recorded
 /// apart in `stops` (each from the set that had it): the restore sends them again before it
 /// lets the process go, which takes them then, as it would have.
 pub fn leave_out_recorded(core: &mut TaskCore, stops: &PendingStops) {
-    let recorded = |set: u64| {
+    leave_out(core, stops.shared, |tid| {
+        stops.of_thread(Pid::from_raw(tid))
+    });
+}
+
+/// Takes out of `core`'s queues the signals of set `shared` (from the process's queue) and
+/// those of `own(tid)` (from each thread's).
+fn leave_out(core: &mut TaskCore, shared: u64, own: impl Fn(i32) -> u64) {
+    let in_set = |set: u64| {
         move |info: &SigInfo| {
             (1..=NSIG as i32).contains(&info.signo) && set & 1 << (info.signo - 1) != 0
         }
     };
-    let shared = recorded(stops.shared);
+    let shared = in_set(shared);
     core.shared_pending.retain(|i| !shared(i));
     for thread in &mut core.threads {
-        let own = recorded(stops.of_thread(Pid::from_raw(thread.tid)));
+        let own = in_set(own(thread.tid));
         thread.pending.retain(|i| !own(i));
     }
 }
